@@ -1,0 +1,107 @@
+"""Transformer blocks: the original SASRec block and the LiGR block eSASRec uses (REFERENCE §1.1, §1.2).
+
+Both blocks take the residual stream ``h`` of shape (B, L, D) and ``pad_mask`` (B, L), True at
+padding, and return the new stream with padding positions zeroed.
+
+Sequences reach the blocks *right*-padded (real items first, padding after them; the model
+rolls its left-padded input, see ``model.py``). With right padding a causal mask alone already
+keeps every real position away from padding, because padding only ever lies in a real
+position's future. So attention runs with ``is_causal=True`` and no explicit mask, which lets
+PyTorch pick its fused flash / memory-efficient kernels; a padded query sees real items and
+earlier padding, so it is never fully masked and never produces NaN. Its output is zeroed anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CausalSelfAttention", "SASRecBlock", "LiGRBlock"]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention through ``F.scaled_dot_product_attention``.
+
+    Parameters mirror ``nn.MultiheadAttention``: one packed ``in_proj`` (3D x D) for q, k, v and
+    an ``out_proj``, both with bias.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries from ``x`` (B, L, D); keys and values from ``kv`` (default: ``x``)."""
+        B, L, D = x.shape
+        if kv is None:
+            q, k, v = self.in_proj(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+        else:
+            # SASRec's block queries with LN(h) but keys/values with h itself.
+            w, b = self.in_proj.weight, self.in_proj.bias
+            q = F.linear(x, w[:D], b[:D])
+            k, v = F.linear(kv, w[D:], b[D:]).chunk(2, dim=-1)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D/H)
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, L, D/H)
+        return self.out_proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+
+
+class SASRecBlock(nn.Module):
+    """Kang & McAuley's block: q = LN(h); h = q + MHA(q, h, h); f = LN(h); h = f + Dropout(FFN(f))."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int = 1):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        # SASRec's feed-forward is d -> d (ffn_mult=1); the option exists for ablations.
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_mult * d_model),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_mult * d_model, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, h: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        q = self.attn_norm(h)
+        h = q + self.attn(q, h)  # the residual starts from the normalised query, as in SASRec
+        f = self.ffn_norm(h)
+        h = f + self.ffn(f)
+        return h.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+
+
+class LiGRBlock(nn.Module):
+    """LiGR: pre-LN attention and SwiGLU, each added through a sigmoid gate computed from ``h``.
+
+        a = MHA(LN1(h));  h = h + sigmoid(G1 h + b1) * Dropout(a)
+        f = W2 Dropout(SiLU(W1 LN2(h)) * W3 LN2(h));  h = h + sigmoid(G2 h + b2) * Dropout(f)
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int = 4):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.attn_gate = nn.Linear(d_model, d_model)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.w1 = nn.Linear(d_model, ffn_mult * d_model, bias=False)
+        self.w3 = nn.Linear(d_model, ffn_mult * d_model, bias=False)
+        self.w2 = nn.Linear(ffn_mult * d_model, d_model, bias=False)
+        self.ffn_gate = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def swiglu(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))  # (B, L, D)
+
+    def forward(self, h: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        # Gates read the un-normalised stream h, not LN(h) (LiGR, arXiv 2502.03417).
+        h = h + torch.sigmoid(self.attn_gate(h)) * self.dropout(self.attn(self.attn_norm(h)))
+        h = h + torch.sigmoid(self.ffn_gate(h)) * self.dropout(self.swiglu(self.ffn_norm(h)))
+        return h.masked_fill(pad_mask.unsqueeze(-1), 0.0)
