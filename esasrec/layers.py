@@ -1,7 +1,8 @@
 """Transformer blocks: the original SASRec block and the LiGR block eSASRec uses (REFERENCE §1.1, §1.2).
 
 Both blocks take the residual stream ``h`` of shape (B, L, D) and ``pad_mask`` (B, L), True at
-padding, and return the new stream with padding positions zeroed.
+padding, and return the new stream with padding positions zeroed; the model calls their
+``forward_packed`` on real positions only (below).
 
 Sequences reach the blocks *right*-padded (real items first, padding after them; the model
 rolls its left-padded input, see ``model.py``). With right padding a causal mask alone already
@@ -9,6 +10,11 @@ keeps every real position away from padding, because padding only ever lies in a
 position's future. So attention runs with ``is_causal=True`` and no explicit mask, which lets
 PyTorch pick its fused flash / memory-efficient kernels; a padded query sees real items and
 earlier padding, so it is never fully masked and never produces NaN. Its output is zeroed anyway.
+
+Only attention needs the (B, L) layout. Everything else in a block (LayerNorms, projections,
+gates, feed-forward) acts on each position alone, so the model runs those on the N real
+positions packed into one (N, D) matrix (``Packing``) and spends no work on padding: on Amazon
+Beauty, with a mean history of 9 items in rows of up to 50, that is about 5x fewer rows.
 """
 
 from __future__ import annotations
@@ -17,7 +23,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CausalSelfAttention", "SASRecBlock", "LiGRBlock"]
+__all__ = ["Packing", "CausalSelfAttention", "SASRecBlock", "LiGRBlock"]
+
+
+class Packing:
+    """Moves per-position values between the padded (B, L, ...) layout and packed (N, ...) rows."""
+
+    def __init__(self, pad_mask: torch.Tensor):
+        self.shape = pad_mask.shape  # (B, L)
+        self.index = (~pad_mask).reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of real items
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) -> (N, ...)"""
+        return x.reshape(-1, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, L, ...), zeros at padding."""
+        out = x.new_zeros(self.shape[0] * self.shape[1], *x.shape[1:])
+        return out.index_copy(0, self.index, x).view(*self.shape, *x.shape[1:])
 
 
 class CausalSelfAttention(nn.Module):
@@ -36,24 +59,34 @@ class CausalSelfAttention(nn.Module):
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
-        """Queries from ``x`` (B, L, D); keys and values from ``kv`` (default: ``x``)."""
-        B, L, D = x.shape
+    def forward(self, x: torch.Tensor, packing: Packing, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention over packed rows: queries from ``x`` (N, D), keys/values from ``kv`` (default ``x``)."""
+        D = x.shape[-1]
         if kv is None:
-            q, k, v = self.in_proj(x).chunk(3, dim=-1)  # 3 x (B, L, D)
+            qkv = self.in_proj(x)  # (N, 3D)
         else:
-            # SASRec's block queries with LN(h) but keys/values with h itself.
+            # SASRec's block queries with LN(h) but takes keys and values from h itself.
             w, b = self.in_proj.weight, self.in_proj.bias
-            q = F.linear(x, w[:D], b[:D])
-            k, v = F.linear(kv, w[D:], b[D:]).chunk(2, dim=-1)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D/H)
+            qkv = torch.cat([F.linear(x, w[:D], b[:D]), F.linear(kv, w[D:], b[D:])], dim=-1)  # (N, 3D)
+        B, L = packing.shape
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for t in packing.unpack(qkv).chunk(3, dim=-1))  # 3 x (B, H, L, D/H)
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, L, D/H)
-        return self.out_proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
+        return self.out_proj(packing.pack(out.transpose(1, 2).reshape(B, L, D)))  # (N, D)
 
 
-class SASRecBlock(nn.Module):
+class _Block(nn.Module):
+    """Shared entry point: blocks run on packed rows; called on (B, L, D) they pack and unpack."""
+
+    def forward(self, h: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) right-padded stream, pad_mask (B, L) True at padding -> (B, L, D), padding zero."""
+        packing = Packing(pad_mask)
+        return packing.unpack(self.forward_packed(packing.pack(h), packing))
+
+
+class SASRecBlock(_Block):
     """Kang & McAuley's block: q = LN(h); h = q + MHA(q, h, h); f = LN(h); h = f + Dropout(FFN(f))."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int = 1):
@@ -70,15 +103,15 @@ class SASRecBlock(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, h: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    def forward_packed(self, h: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """(N, D) packed stream -> (N, D)."""
         q = self.attn_norm(h)
-        h = q + self.attn(q, h)  # the residual starts from the normalised query, as in SASRec
+        h = q + self.attn(q, packing, kv=h)  # the residual starts from the normalised query, as in SASRec
         f = self.ffn_norm(h)
-        h = f + self.ffn(f)
-        return h.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        return f + self.ffn(f)
 
 
-class LiGRBlock(nn.Module):
+class LiGRBlock(_Block):
     """LiGR: pre-LN attention and SwiGLU, each added through a sigmoid gate computed from ``h``.
 
         a = MHA(LN1(h));  h = h + sigmoid(G1 h + b1) * Dropout(a)
@@ -98,10 +131,10 @@ class LiGRBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def swiglu(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))  # (B, L, D)
+        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))  # (N, D)
 
-    def forward(self, h: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    def forward_packed(self, h: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """(N, D) packed stream -> (N, D)."""
         # Gates read the un-normalised stream h, not LN(h) (LiGR, arXiv 2502.03417).
-        h = h + torch.sigmoid(self.attn_gate(h)) * self.dropout(self.attn(self.attn_norm(h)))
-        h = h + torch.sigmoid(self.ffn_gate(h)) * self.dropout(self.swiglu(self.ffn_norm(h)))
-        return h.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        h = h + torch.sigmoid(self.attn_gate(h)) * self.dropout(self.attn(self.attn_norm(h), packing))
+        return h + torch.sigmoid(self.ffn_gate(h)) * self.dropout(self.swiglu(self.ffn_norm(h)))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from esasrec.layers import LiGRBlock, SASRecBlock
+from esasrec.layers import LiGRBlock, Packing, SASRecBlock
 from esasrec.losses import LOSSES
 
 __all__ = ["ModelConfig", "SeqRecModel", "left_to_right", "right_to_left"]
@@ -95,19 +95,26 @@ class SeqRecModel(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def encode_right_padded(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, D) for right-padded ids (B, L): real items first, then zeros."""
+    def encode_packed(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, Packing]:
+        """Hidden states of the real positions of right-padded ids (B, L): (N, D) and the packing."""
         B, L = item_ids.shape
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}")
         pad_mask = item_ids == 0  # (B, L)
+        packing = Packing(pad_mask)
         lengths = (~pad_mask).sum(1, keepdim=True)  # (B, 1)
-        pos = (lengths - 1 - torch.arange(L, device=item_ids.device)).clamp_min(0)  # (B, L), from the right end
-        h = self.item_emb(item_ids) + self.pos_emb(pos)  # (B, L, D); no sqrt(d) scaling (REFERENCE §1)
-        h = self.emb_dropout(h).masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        pos = lengths - 1 - torch.arange(L, device=item_ids.device)  # (B, L), 0 = the most recent item
+        # No sqrt(d) scaling of the item embedding (REFERENCE §1).
+        h = self.item_emb(packing.pack(item_ids)) + self.pos_emb(packing.pack(pos))  # (N, D)
+        h = self.emb_dropout(h)
         for block in self.blocks:
-            h = block(h, pad_mask)
-        return self.final_norm(h).masked_fill(pad_mask.unsqueeze(-1), 0.0)
+            h = block.forward_packed(h, packing)
+        return self.final_norm(h), packing
+
+    def encode_right_padded(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, D) for right-padded ids (B, L): real items first, then zeros."""
+        h, packing = self.encode_packed(item_ids)
+        return packing.unpack(h)
 
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, D) for left-padded ids (B, L); padding positions are zero."""

@@ -176,10 +176,9 @@ class SequentialRecommender:
             targets = batch[:, 1:]  # (B, W)
             inputs = batch[:, :-1] * (targets != 0)  # drop each row's last item from the input
             with _autocast(self.device, tc.precision):
-                h = model.encode_right_padded(inputs)  # (B, W, D)
-                real = targets != 0
+                h, packing = model.encode_packed(inputs)  # (N, D): real positions only
                 loss = compute_loss(
-                    mc.loss, h[real], model.item_emb.weight, targets[real],
+                    mc.loss, h, model.item_emb.weight, packing.pack(targets),
                     n_negatives=mc.n_negatives, generator=generator, gbce_t=mc.gbce_t,
                     shared_negatives=mc.shared_negatives, log_q=log_q,
                 )
