@@ -389,7 +389,7 @@ def _validate(raw: pd.DataFrame, name: str, user_col: str, item_col: str, time_c
         raise DataError(
             f"{name} has no column(s) {', '.join(map(repr, missing))}; its columns are "
             f"{', '.join(map(repr, map(str, raw.columns)))}. Name the right ones with "
-            f"user_col=, item_col= and time_col=.")
+            f"user_col=, item_col= and time_col= (on the command line: --user-col, --item-col, --time-col).")
     if len(set(cols)) < 3:
         raise DataError(f"user_col, item_col and time_col must be three different columns, "
                         f"got {cols}.")

@@ -7,6 +7,7 @@ and keeps the input's row order, because equal timestamps are broken by file ord
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -130,9 +131,10 @@ def time_split(
     ts = df["timestamp"].to_numpy()
     window_end = (int(ts.max()) // DAY + 1) * DAY
     if cut is None:
-        if test_days <= 0:
-            raise DataError(f"test_days must be positive, got {test_days}.")
-        cut = int(window_end - test_days * DAY)
+        if not 0 < test_days < math.inf:
+            raise DataError(f"test_days must be a positive number of days, got {test_days}.")
+        # Round up: a window of 1.5 days must not take in the second before it starts.
+        cut = math.ceil(window_end - test_days * DAY)
     in_test = ts >= cut
     train, test = df[~in_test], df[in_test]
     if len(train) == 0:
