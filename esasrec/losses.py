@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["LOSSES", "candidate_logits", "sample_negatives", "sampled_softmax_loss", "bce_loss",
-           "gbce_beta", "gbce_loss", "softmax_loss", "compute_loss", "log_q_from_counts"]
+           "gbce_beta", "gbce_loss", "softmax_loss", "draw_negatives", "loss_with_negatives", "compute_loss",
+           "log_q_from_counts"]
 
 LOSSES = ("sampled_softmax", "bce", "gbce", "softmax")
 
@@ -29,9 +30,19 @@ def candidate_logits(h: torch.Tensor, item_emb: torch.Tensor, candidates: torch.
     gathering C columns, by catalogue size; both give the same numbers.
     """
     n_catalogue = item_emb.shape[0]
+    if _is_compiling():
+        # Under torch.compile this form becomes one fused loop of (N, C) dot products that reads
+        # the candidate rows in place, and its backward a fused scatter-add: the (N, C, D) tensor
+        # is never written to memory, which is what makes the compiled loss several times faster.
+        return (h[:, None, :] * item_emb[candidates]).sum(-1)
     if n_catalogue > GATHER_RATIO * candidates.shape[1]:
         return torch.einsum("nd,ncd->nc", h, item_emb[candidates])  # (N, C) via (N, C, D)
     return (h @ item_emb.T).gather(1, candidates)  # (N, I + 1) -> (N, C)
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def sample_negatives(n: int, k: int, n_items: int, *, generator: torch.Generator | None = None,
@@ -101,25 +112,39 @@ def softmax_loss(h, item_emb, targets):
     return F.cross_entropy(logits, targets - 1)
 
 
-def compute_loss(name: str, h, item_emb, targets, *, n_negatives: int, generator=None,
-                 gbce_t: float = 0.75, shared_negatives: bool = False, log_q=None):
-    """Dispatch on the config's loss name; negatives are drawn here, on ``h``'s device."""
-    n_items = item_emb.shape[0] - 1
+def draw_negatives(name: str, n: int, n_negatives: int, n_items: int, *, shared: bool = False,
+                   generator=None, device=None) -> torch.Tensor | None:
+    """The negatives a loss needs: (n, k) per position, (k,) when shared, None for full softmax."""
     if name == "softmax":
-        return softmax_loss(h, item_emb, targets)
-    if shared_negatives:
+        return None
+    if shared:
         if name != "sampled_softmax":
             raise ValueError("shared_negatives is only defined for loss='sampled_softmax'")
-        negatives = sample_negatives(1, n_negatives, n_items, generator=generator, device=h.device)[0]
-    else:
-        negatives = sample_negatives(len(targets), n_negatives, n_items, generator=generator, device=h.device)
+        return sample_negatives(1, n_negatives, n_items, generator=generator, device=device)[0]
+    return sample_negatives(n, n_negatives, n_items, generator=generator, device=device)
+
+
+def loss_with_negatives(name: str, h, item_emb, targets, negatives, *, gbce_t: float = 0.75, log_q=None):
+    """A loss given its already drawn negatives (the part ``torch.compile`` can fuse)."""
+    if name == "softmax":
+        return softmax_loss(h, item_emb, targets)
     if name == "sampled_softmax":
         return sampled_softmax_loss(h, item_emb, targets, negatives, log_q=log_q)
     if name == "bce":
         return bce_loss(h, item_emb, targets, negatives)
     if name == "gbce":
-        return gbce_loss(h, item_emb, targets, negatives, n_items=n_items, t=gbce_t)
+        return gbce_loss(h, item_emb, targets, negatives, n_items=item_emb.shape[0] - 1, t=gbce_t)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+def compute_loss(name: str, h, item_emb, targets, *, n_negatives: int, generator=None,
+                 gbce_t: float = 0.75, shared_negatives: bool = False, log_q=None):
+    """Draw negatives on ``h``'s device, then compute the named loss."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    negatives = draw_negatives(name, len(targets), n_negatives, item_emb.shape[0] - 1,
+                               shared=shared_negatives, generator=generator, device=h.device)
+    return loss_with_negatives(name, h, item_emb, targets, negatives, gbce_t=gbce_t, log_q=log_q)
 
 
 def log_q_from_counts(counts: torch.Tensor) -> torch.Tensor:
