@@ -39,6 +39,8 @@ def _dataset_name(dataset: str) -> str:
 
 def prepare_split(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Load the data and split it: ``(train, train_rest, valid, test, info)``; prints statistics."""
+    if args.dataset is None:
+        args.dataset = "movielens-small"
     df = load_dataset(args.dataset, args.data_dir, user_col=args.user_col, item_col=args.item_col,
                       time_col=args.time_col)
     name = df.attrs.get("dataset", _dataset_name(args.dataset))
@@ -103,6 +105,8 @@ def cmd_evaluate(args) -> int:
         metrics = _baselines(train, test)[args.model]
     else:
         rec = SequentialRecommender.load(args.model, device=args.device)
+        if args.dataset is None:  # evaluate on the data the model was trained on
+            args.dataset = rec.dataset
         train, _, _, test, info = prepare_split(args)
         metrics = rec.evaluate(test)
     _print_table({args.model: metrics})
@@ -206,8 +210,9 @@ def cmd_bench(args) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="movielens-small",
-                   help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file (default: movielens-small)")
+    p.add_argument("--dataset", default=None,
+                   help=f"a dataset name ({', '.join(DATASETS)}) or a CSV/Parquet file (default: movielens-small; "
+                        "for `evaluate --model FILE.pt`, the model's own dataset)")
     p.add_argument("--protocol", choices=("time", "loo"), default=None,
                    help="time: global time split; loo: leave-one-out (default: loo for movielens-small, "
                         "sports, toys; time otherwise)")
