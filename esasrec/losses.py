@@ -148,6 +148,6 @@ def compute_loss(name: str, h, item_emb, targets, *, n_negatives: int, generator
 
 
 def log_q_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """log of each item's share of training interactions (I + 1,); padding gets 0."""
+    """log of each item's share of training interactions (I + 1,); padding and unseen items get 0."""
     freq = counts.float() / counts.sum()
     return torch.where(counts > 0, freq.clamp_min(1e-12).log(), torch.zeros_like(freq))

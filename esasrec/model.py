@@ -141,10 +141,13 @@ class SeqRecModel(nn.Module):
     def recommend(self, histories: torch.Tensor, k: int = 10, exclude_seen: bool = True) -> torch.Tensor:
         """Top-k item ids (B, k) for left-padded histories (B, L), best first.
 
-        Excludes padding and, with ``exclude_seen``, every item in the given history.
+        Excludes padding and, with ``exclude_seen``, every item in the given history; when fewer
+        than k items remain, the row ends in 0 ("no item").
         """
         scores = self.score_all(self.user_vectors(histories)).float()  # (B, I + 1)
         scores[:, 0] = -torch.inf
         if exclude_seen:
             scores.scatter_(1, histories, -torch.inf)
-        return scores.topk(min(k, self.config.n_items), dim=1).indices
+        top = scores.topk(min(k, self.config.n_items), dim=1)
+        # Fewer unseen items than k: the tail would be excluded items; report "no item" (0) instead.
+        return top.indices.masked_fill(top.values == -torch.inf, 0)

@@ -25,6 +25,7 @@ from esasrec.losses import draw_negatives, log_q_from_counts, loss_with_negative
 from esasrec.metrics import ranking_metrics, topk_from_scores
 from esasrec.model import ModelConfig, SeqRecModel, left_to_right
 from esasrec.sequences import Histories, IdMap, build_histories
+from esasrec.split import time_order
 
 __all__ = ["TrainConfig", "SequentialRecommender", "resolve_device"]
 
@@ -215,9 +216,11 @@ class SequentialRecommender:
 
     # --------------------------------------------------------------- validation
     def _validation_tensors(self, train: pd.DataFrame, valid: pd.DataFrame):
-        users = IdMap(valid["user_id"], offset=0)
+        # One target per user: the latest validation row (time, then file order).
+        last = time_order(valid).drop_duplicates("user_id", keep="last")
+        users = IdMap(last["user_id"], offset=0)
         hist = build_histories(train, self.items, self.model_config.max_len, users=users)
-        targets = self.items.encode(valid.drop_duplicates("user_id", keep="last")["item_id"].to_numpy(), unknown=0)
+        targets = self.items.encode(last["item_id"].to_numpy(), unknown=0)
         ok = torch.from_numpy(targets > 0)  # a cold validation item cannot be scored
         rows = torch.arange(len(users))[ok]
         return hist, rows, torch.from_numpy(targets)[ok]
@@ -277,7 +280,7 @@ class SequentialRecommender:
 
     def known_users(self, users) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the users that have a history, and a mask of which given users do."""
-        rows = self.histories.users.encode(np.asarray(users))
+        rows = self.histories.users.encode(list(users))  # a list keeps mixed int/str ids apart
         return rows[rows >= 0], rows >= 0
 
     def recommend(self, users=None, k: int = 10, exclude_seen: bool = True, progress: bool = False) -> pd.DataFrame:
@@ -304,7 +307,7 @@ class SequentialRecommender:
     def recommend_for_history(self, items: list, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-k for a new history given as raw item ids (oldest first); unknown items are ignored."""
         self._check_fitted()
-        ids = self.items.encode(np.asarray(items), unknown=0)
+        ids = self.items.encode(list(items), unknown=0)
         ids = ids[ids > 0][-self.model_config.max_len:]
         if len(ids) == 0:
             raise DataError("none of the given items is in the model's catalogue; cannot recommend")
