@@ -3,7 +3,6 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "parity_rectools.py"
