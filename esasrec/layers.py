@@ -29,9 +29,20 @@ __all__ = ["Packing", "CausalSelfAttention", "SASRecBlock", "LiGRBlock"]
 class Packing:
     """Moves per-position values between the padded (B, L, ...) layout and packed (N, ...) rows."""
 
-    def __init__(self, pad_mask: torch.Tensor):
+    def __init__(self, pad_mask: torch.Tensor, n_real: int | None = None):
+        """``n_real``: the number of real positions, given when the caller knows it on the host and
+        every row is right-padded (real items first); then nothing is read back from the device."""
         self.shape = pad_mask.shape  # (B, L)
-        self.index = (~pad_mask).reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of real items
+        if n_real is None:
+            self.index = (~pad_mask).reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of real items
+        else:
+            # Row b's real positions are b * L + 0 .. len_b - 1. nonzero() would have to read N back
+            # from the device to size its result; repeat_interleave is told it (output_size).
+            B, L = self.shape
+            lengths = (~pad_mask).sum(1)  # (B,)
+            rows = torch.repeat_interleave(torch.arange(B, device=pad_mask.device), lengths, output_size=n_real)  # (N,)
+            starts = lengths.cumsum(0) - lengths  # (B,) packed index of each row's first item
+            self.index = rows * L + torch.arange(n_real, device=pad_mask.device) - starts[rows]  # (N,)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (N, ...)"""

@@ -95,13 +95,17 @@ class SeqRecModel(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def encode_packed(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, Packing]:
-        """Hidden states of the real positions of right-padded ids (B, L): (N, D) and the packing."""
+    def encode_packed(self, item_ids: torch.Tensor, n_real: int | None = None) -> tuple[torch.Tensor, Packing]:
+        """Hidden states of the real positions of right-padded ids (B, L): (N, D) and the packing.
+
+        ``n_real``, the number of nonzero ids when the caller already knows it, spares a
+        device-to-host sync (the trainer passes it; see ``Packing``).
+        """
         B, L = item_ids.shape
         if L > self.config.max_len:
             raise ValueError(f"sequence length {L} exceeds max_len={self.config.max_len}")
         pad_mask = item_ids == 0  # (B, L)
-        packing = Packing(pad_mask)
+        packing = Packing(pad_mask, n_real)
         lengths = (~pad_mask).sum(1, keepdim=True)  # (B, 1)
         pos = lengths - 1 - torch.arange(L, device=item_ids.device)  # (B, L), 0 = the most recent item
         # No sqrt(d) scaling of the item embedding (REFERENCE §1).

@@ -192,18 +192,21 @@ class SequentialRecommender:
         model = self.model
         model.train()
         perm = torch.randperm(len(seqs), generator=generator, device=self.device)
-        # Each batch is cut to its longest sequence; the widths come to the host once per epoch.
+        # Each batch is cut to its longest sequence. Its width and its number of real input
+        # positions (a row of length l has l - 1) come to the host together, once per epoch,
+        # so that no step waits for the device.
         n_batches = -(-len(perm) // tc.batch_size)
         padded = torch.zeros(n_batches * tc.batch_size, dtype=lengths.dtype, device=self.device)
         padded[: len(perm)] = lengths[perm]
-        widths = (padded.view(n_batches, -1).max(1).values - 1).tolist()
+        per_batch = padded.view(n_batches, -1)  # (n_batches, batch_size), 0 past the last user
+        widths, n_reals = torch.stack([per_batch.max(1).values - 1, (per_batch - 1).clamp_min(0).sum(1)]).tolist()
         total = torch.zeros((), device=self.device)
-        for start, width in zip(range(0, len(perm), tc.batch_size), widths):
+        for start, width, n_real in zip(range(0, len(perm), tc.batch_size), widths, n_reals):
             batch = seqs[perm[start:start + tc.batch_size], : width + 1]  # (B, W + 1), right-padded
             targets = batch[:, 1:]  # (B, W)
             inputs = batch[:, :-1] * (targets != 0)  # drop each row's last item from the input
             with _autocast(self.device, tc.precision):
-                h, packing = model.encode_packed(inputs)  # (N, D): real positions only
+                h, packing = model.encode_packed(inputs, n_real=n_real)  # (N, D): real positions only
                 negatives = draw_negatives(mc.loss, len(h), mc.n_negatives, mc.n_items,
                                            shared=mc.shared_negatives, generator=generator, device=self.device)
                 loss = self._loss_fn(mc.loss, h, model.item_emb.weight, packing.pack(targets), negatives,
