@@ -38,7 +38,7 @@ class TrainConfig:
     lr: float = 1e-3
     epochs: int = 200
     patience: int = 50
-    monitor: str = "ndcg@10"  # "ndcg@10" | "recall@10" | "loss" (validation full-softmax cross-entropy)
+    monitor: str = "ndcg@10"  # "ndcg@10" | "recall@10" | "loss" (the model's own loss) | "ce" (full softmax)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "fp32" | "bf16"
@@ -149,7 +149,7 @@ class SequentialRecommender:
 
         val = self._validation_tensors(train, valid) if valid is not None and len(valid) else None
         monitor = tc.monitor
-        higher_is_better = monitor != "loss"
+        higher_is_better = monitor not in ("loss", "ce")
 
         opt_kwargs = {"fused": True} if self.device.type == "cuda" else {}
         optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=(0.9, 0.98), **opt_kwargs)
@@ -230,27 +230,42 @@ class SequentialRecommender:
 
     @torch.no_grad()
     def _validate(self, hist: Histories, rows: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Full-catalogue cross-entropy, Recall@10 and NDCG@10 of the held-out next items."""
-        self.model.eval()
-        ce_sum = torch.zeros(())
+        """Validation metrics of the held-out next items (one per user).
 
-        def score_and_ce(chunk: torch.Tensor) -> torch.Tensor:
-            # The catalogue scoring dominates validation, so the loss reuses the scores top-k needs.
-            nonlocal ce_sum
+        ``val_loss`` is the model's own training loss on them (fixed negatives, the same every
+        epoch), as a trainer's validation step computes it; ``val_ce`` the full-catalogue
+        cross-entropy; ``val_recall@10`` / ``val_ndcg@10`` rank the whole catalogue, seen items
+        excluded. A BCE model's logits are not a softmax, so ``val_ce`` can rise while its own
+        loss and its ranking still improve: monitor ``loss`` or a ranking metric, not ``ce``.
+        """
+        mc, model = self.model_config, self.model
+        model.eval()
+        sums = {"loss": torch.zeros(()), "ce": torch.zeros(())}
+        generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
+
+        def score_and_losses(chunk: torch.Tensor) -> torch.Tensor:
+            # The catalogue scoring dominates validation, so the losses reuse the scores top-k needs.
             chunk = chunk.cpu()
-            scores = self._score_rows(hist, rows[chunk])  # (C, I + 1)
-            target_scores = scores.gather(1, targets[chunk, None].to(scores.device))[:, 0]
-            ce_sum += (torch.logsumexp(scores[:, 1:], 1) - target_scores).sum().cpu()
+            seqs = hist.seqs[rows[chunk]].to(self.device)
+            target = targets[chunk].to(self.device)
+            with _autocast(self.device, self.train_config.precision):
+                user_vectors = model.user_vectors(seqs)  # (C, D)
+                scores = model.score_all(user_vectors).float()  # (C, I + 1)
+                negatives = draw_negatives(mc.loss, len(target), mc.n_negatives, mc.n_items,
+                                           shared=mc.shared_negatives, generator=generator, device=self.device)
+                own = loss_with_negatives(mc.loss, user_vectors, model.item_emb.weight, target, negatives,
+                                          gbce_t=mc.gbce_t)
+            sums["loss"] += float(own) * len(target)
+            sums["ce"] += (torch.logsumexp(scores[:, 1:], 1) - scores.gather(1, target[:, None])[:, 0]).sum().cpu()
             return scores
 
-        topk = topk_from_scores(score_and_ce, len(rows), 10, **self._seen_csr(hist, rows),
+        topk = topk_from_scores(score_and_losses, len(rows), 10, **self._seen_csr(hist, rows),
                                 chunk_size=self.train_config.eval_batch_size, device=self.device)
-        metrics = ranking_metrics(topk, torch.arange(len(rows)), targets, n_items=self.model_config.n_items,
-                                  k=10, debias=False)
-        return {"val_loss": float(ce_sum) / max(len(rows), 1), "val_recall@10": metrics["recall@10"],
-                "val_ndcg@10": metrics["ndcg@10"]}
+        metrics = ranking_metrics(topk, torch.arange(len(rows)), targets, n_items=mc.n_items, k=10, debias=False)
+        n = max(len(rows), 1)
+        return {"val_loss": float(sums["loss"]) / n, "val_ce": float(sums["ce"]) / n,
+                "val_recall@10": metrics["recall@10"], "val_ndcg@10": metrics["ndcg@10"]}
 
-    # ------------------------------------------------------------------ serving
     def _score_rows(self, hist: Histories, rows: torch.Tensor) -> torch.Tensor:
         seqs = hist.seqs[rows].to(self.device)
         with _autocast(self.device, self.train_config.precision):

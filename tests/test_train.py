@@ -185,17 +185,17 @@ def independent_validation(rec, train, valid):
 @pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch():
     train, valid = anti_pattern_split()
-    mc, tc = small(epochs=20, patience=1, monitor="loss")
+    mc, tc = small(epochs=20, patience=1, monitor="ce")
     rec = SequentialRecommender(mc, tc).fit(train, valid)
-    val_losses = [r["val_loss"] for r in rec.history]
+    val_losses = [r["val_ce"] for r in rec.history]
     assert len(rec.history) < 20  # stopped early
     best = int(np.argmin(val_losses)) + 1
     assert rec.best_epoch == best
     assert len(rec.history) == best + 1  # patience 1: one epoch without improvement
     ce, ndcg = independent_validation(rec, train, valid)
-    assert ce == pytest.approx(rec.history[best - 1]["val_loss"], rel=1e-4)
+    assert ce == pytest.approx(rec.history[best - 1]["val_ce"], rel=1e-4)
     assert ndcg == pytest.approx(rec.history[best - 1]["val_ndcg@10"], abs=1e-9)
-    assert ce != pytest.approx(rec.history[-1]["val_loss"], rel=1e-3)  # the last epoch's weights are gone
+    assert ce != pytest.approx(rec.history[-1]["val_ce"], rel=1e-3)  # the last epoch's weights are gone
 
 
 @pytest.mark.slow
@@ -217,8 +217,8 @@ def test_validation_does_not_depend_on_the_row_order_of_valid():
     shuffled = valid.sample(frac=1.0, random_state=0)
     records = []
     for frame in (in_time, shuffled):
-        rec = SequentialRecommender(*small(epochs=1, monitor="loss")).fit(train, frame.reset_index(drop=True))
-        records.append(rec.history[0]["val_loss"])
+        rec = SequentialRecommender(*small(epochs=1, monitor="ce")).fit(train, frame.reset_index(drop=True))
+        records.append(rec.history[0]["val_ce"])
     assert records[0] == pytest.approx(records[1], rel=1e-6)
 
 
