@@ -90,6 +90,18 @@ def _write_json(out: Path, payload: dict) -> Path:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident memory (MB).
+
+    VmHWM, not getrusage's ru_maxrss: a child started from a large parent inherits the parent's
+    size as its starting ru_maxrss on Linux, which would overstate a benchmark's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -146,7 +158,7 @@ def cmd_train(args) -> int:
         "model_config": model_config.as_dict(),
         "train_config": train_config.as_dict(),
         "history": rec.history,
-        "command": " ".join(["python -m esasrec"] + sys.argv[1:]),
+        "command": " ".join(["python -m esasrec"] + args.argv),
         "esasrec_version": __version__,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -275,9 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # `python -m esasrec` alone: train the default preset on the bundled data
-        args = parser.parse_args(["train"] + (argv or []))
+        argv = ["train"] + argv
+        args = parser.parse_args(argv)
+    args.argv = argv  # recorded in metrics.json as the command that made it
     try:
         return args.func(args)
     except (EsasrecError, FileNotFoundError, RuntimeError) as err:
