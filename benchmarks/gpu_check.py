@@ -27,8 +27,6 @@ still leaves what it measured. Besides those two: pytest.txt (the CUDA tests) an
                    eval_batch_size (256) and at 4096.
   profile          kernels of a short fit (which attention kernel really runs) and the host syncs
                    inside training steps, by site.
-  sync-free        the proposed sync-free step (monkeypatched here; the package is untouched)
-                   against the current one: ms per step, same losses, syncs left.
   beauty-eager, beauty-compiled
                    the Beauty preset (d=64, 1 block, L=50) on Beauty-shaped data.
   loss             the sampled-softmax loss alone on ML-20M and Beauty batch shapes: the
@@ -46,7 +44,6 @@ machine without network access.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import glob
 import hashlib
@@ -611,125 +608,6 @@ def sync_audit(mc, tc, frame, n_steps: int) -> dict:
     return {site: {"count": n, "per_step": round(n / n_steps, 3)} for site, n in counts.most_common()}
 
 
-# ------------------------------------------------------------------------- sync-free proposal
-class SyncFreeStep:
-    """The proposed sync-free training step, applied by monkeypatching, to measure what it buys.
-
-    Mirrors the diff proposed for the package (not applied there): ``_train_epoch`` brings each
-    batch's number of real input positions N to the host with the widths, once per epoch, and the
-    packing index of the right-padded rows is built from their lengths with
-    ``repeat_interleave(..., output_size=N)`` instead of ``nonzero()``. Outside ``with`` the
-    package is untouched.
-    """
-
-    def __enter__(self):
-        import torch
-
-        from esasrec import model as model_module
-        from esasrec import train as train_module
-        from esasrec.layers import Packing
-        from esasrec.losses import draw_negatives
-
-        pending: list[int] = []
-        self.packings_built = 0  # proof that the patched path ran: one per training step
-
-        def packing(pad_mask, n_real=None):
-            if not pending:
-                return Packing(pad_mask)
-            n_real = pending.pop()
-            self.packings_built += 1
-            out = Packing.__new__(Packing)
-            out.shape = pad_mask.shape  # (B, L)
-            B, L = pad_mask.shape
-            lengths = (~pad_mask).sum(1)  # (B,)
-            rows = torch.repeat_interleave(torch.arange(B, device=pad_mask.device), lengths, output_size=n_real)
-            starts = lengths.cumsum(0) - lengths  # (B,)
-            out.index = rows * L + torch.arange(n_real, device=pad_mask.device) - starts[rows]  # (N,)
-            return out
-
-        def _train_epoch(rec, seqs, lengths, optimizer, generator, log_q) -> float:
-            mc, tc = rec.model_config, rec.train_config
-            model = rec.model
-            model.train()
-            perm = torch.randperm(len(seqs), generator=generator, device=rec.device)
-            n_batches = -(-len(perm) // tc.batch_size)
-            padded = torch.zeros(n_batches * tc.batch_size, dtype=lengths.dtype, device=rec.device)
-            padded[: len(perm)] = lengths[perm]
-            per_batch = padded.view(n_batches, -1)
-            widths, n_reals = torch.stack([per_batch.max(1).values - 1, (per_batch - 1).clamp_min(0).sum(1)]).tolist()
-            total = torch.zeros((), device=rec.device)
-            for start, width, n_real in zip(range(0, len(perm), tc.batch_size), widths, n_reals):
-                batch = seqs[perm[start:start + tc.batch_size], : width + 1]
-                targets = batch[:, 1:]
-                inputs = batch[:, :-1] * (targets != 0)
-                with train_module._autocast(rec.device, tc.precision):
-                    pending.append(n_real)
-                    h, pack = model.encode_packed(inputs)
-                    negatives = draw_negatives(mc.loss, n_real, mc.n_negatives, mc.n_items,
-                                               shared=mc.shared_negatives, generator=generator, device=rec.device)
-                    loss = rec._loss_fn(mc.loss, h, model.item_emb.weight, pack.pack(targets), negatives,
-                                        gbce_t=mc.gbce_t, log_q=log_q)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach()
-            return float(total) / n_batches
-
-        self._saved = (model_module, model_module.Packing, train_module.SequentialRecommender._train_epoch)
-        model_module.Packing = packing
-        train_module.SequentialRecommender._train_epoch = _train_epoch
-        return self
-
-    def __exit__(self, *exc):
-        from esasrec import train as train_module
-
-        model_module, packing, train_epoch = self._saved
-        model_module.Packing = packing
-        train_module.SequentialRecommender._train_epoch = train_epoch
-        return False
-
-
-def stage_sync_free(args, data: Datasets) -> dict:
-    """Steady epoch time of the current step vs the proposed sync-free one (same seed, same data)."""
-    import torch
-
-    cuda = torch.device(args.device).type == "cuda"
-    out = {}
-    cases = [("ml20m", 16_384 if not args.tiny else 300, args.compile != "off"), ("beauty", None, False)]
-    for key, n_users, compile_loss in cases:
-        try:
-            out[key] = _compare_steps(args, data, key, n_users, compile_loss, cuda)
-        except Exception as err:  # noqa: BLE001 - the other case still runs
-            out[key] = {"error": f"{type(err).__name__}: {str(err)[:500]}"}
-    return out
-
-
-def _compare_steps(args, data: Datasets, key: str, n_users: int | None, compile_loss: bool, cuda: bool) -> dict:
-    from esasrec.train import SequentialRecommender
-
-    shape, frame, lengths, _ = data.get(key)
-    part = frame if n_users is None else frame[frame["user_id"] < n_users]
-    mc, tc = configs(args, shape["dataset"], compile_loss, 3)
-    n_steps = -(-part["user_id"].nunique() // tc.batch_size)
-    row = {"users": int(part["user_id"].nunique()), "steps_per_epoch": n_steps, "compile": compile_loss}
-    for name in ("current", "sync_free"):
-        with SyncFreeStep() if name == "sync_free" else contextlib.nullcontext() as patch:
-            rec = SequentialRecommender(mc, tc).fit(part)
-        seconds = [h["seconds"] for h in rec.history]
-        row[name] = {"epoch_seconds": [round(x, 3) for x in seconds],
-                     "ms_per_step": round(1e3 * float(np.median(seconds[1:])) / n_steps, 3),
-                     "losses": [round(h["loss"], 5) for h in rec.history]}
-        if name == "sync_free" and patch.packings_built != len(seconds) * n_steps:
-            raise RuntimeError(f"the patched step built {patch.packings_built} packings, expected "
-                               f"{len(seconds) * n_steps}: the monkeypatch did not take")
-    if cuda:
-        tc.epochs = 2
-        with SyncFreeStep():
-            row["sync_free"]["syncs_in_training_epoch"] = sync_audit(mc, tc, part, 2 * n_steps)
-    row["speedup"] = round(row["current"]["ms_per_step"] / row["sync_free"]["ms_per_step"], 3)
-    return row
-
-
 # ---------------------------------------------------------------------------------------- loss
 def stage_loss(args, data: Datasets) -> dict:
     """Forward + backward of the sampled-softmax loss on one batch, four ways, per dataset shape."""
@@ -847,20 +725,6 @@ def render_markdown(results: dict) -> str:
                      for v in ("package_eager", "gather_bf16_table", "matmul_then_gather", "compiled")]
             lines.append(f"| {key} | {r['N']} x {r['I']} x {r['D']}, {r['k']} | {r['package_eager_path']} | "
                          + " | ".join(cells) + f" | {r.get('max_loss_spread')} |")
-    free = st.get("sync-free", {}).get("result")
-    if free:
-        lines += ["", "## Proposed sync-free step vs the current one (monkeypatched, same seed)", "",
-                  "| data | users | steps/epoch | compile | current ms/step | sync-free ms/step | speedup | losses equal |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for key, r in free.items():
-            if "error" in r:
-                lines.append(f"| {key} | error: {r['error'][:120]} | | | | | | |")
-                continue
-            same = np.allclose(r["current"]["losses"], r["sync_free"]["losses"], rtol=1e-3)
-            lines.append(f"| {key} | {r['users']} | {r['steps_per_epoch']} | {r['compile']} | {r['current']['ms_per_step']} | "
-                         f"{r['sync_free']['ms_per_step']} | {r['speedup']} | {same} |")
-            for site, v in r["sync_free"].get("syncs_in_training_epoch", {}).items():
-                lines.append(f"\n{key} sync-free: sync at `{site}` x{v['count']}")
     probes = st.get("probes", {}).get("result")
     if probes:
         lines += ["", "## Probes", "", f"- bf16 matmul {probes['matmul']}, copy {probes['copy_gb_s']} GB/s",
@@ -927,7 +791,6 @@ def main(argv=None) -> int:
     if compiled:
         plan.append(("ml20m-compiled", lambda: stage_fit(args, data, "ml20m", True, big_chunks), 5 if tiny else 120))
     plan.append(("profile", lambda: stage_profile(args, data, runner.out), 5 if tiny else 30))
-    plan.append(("sync-free", lambda: stage_sync_free(args, data), 5 if tiny else 45))
     if eager:
         plan.append(("beauty-eager", lambda: stage_fit(args, data, "beauty", False, (256, 4096)), 3 if tiny else 20))
     if compiled:
