@@ -21,8 +21,12 @@ LOSSES = ("sampled_softmax", "bce", "gbce", "softmax")
 # but runs at matrix-multiply speed. In eager mode on the 2-core development CPU (N = 1,100,
 # C = 257, D = 64, forward + backward) the product won at 3,700 and 12,100 items and the gather
 # at 27,000: the gather pays off once the catalogue exceeds roughly this many times C.
-# (Under torch.compile the gather form is always used: see candidate_logits.)
 GATHER_RATIO = 64
+# Under torch.compile the gather form becomes a fused loop (see candidate_logits), which moves the
+# switch down. Whole training steps on the 2-core CPU, 2 threads: at Beauty's 12,100 items
+# (47 x C) the fused gather took 12.8 s per epoch against 16.9 s for the product; at ML-1M's
+# 3,706 (14 x C) it took 50 s against 43-45 s. We switch between the two, at 24 x C.
+COMPILED_GATHER_RATIO = 24
 
 
 def candidate_logits(h: torch.Tensor, item_emb: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -33,10 +37,12 @@ def candidate_logits(h: torch.Tensor, item_emb: torch.Tensor, candidates: torch.
     """
     n_catalogue = item_emb.shape[0]
     if _is_compiling():
-        # Under torch.compile this form becomes one fused loop of (N, C) dot products that reads
-        # the candidate rows in place, and its backward a fused scatter-add: the (N, C, D) tensor
-        # is never written to memory, which is what makes the compiled loss several times faster.
-        return (h[:, None, :] * item_emb[candidates]).sum(-1)
+        if n_catalogue > COMPILED_GATHER_RATIO * candidates.shape[1]:
+            # Under torch.compile this form becomes one fused loop of (N, C) dot products that
+            # reads the candidate rows in place, and its backward a fused scatter-add: the
+            # (N, C, D) tensor is never written to memory.
+            return (h[:, None, :] * item_emb[candidates]).sum(-1)
+        return (h @ item_emb.T).gather(1, candidates)
     if n_catalogue > GATHER_RATIO * candidates.shape[1]:
         return torch.einsum("nd,ncd->nc", h, item_emb[candidates])  # (N, C) via (N, C, D)
     return (h @ item_emb.T).gather(1, candidates)  # (N, I + 1) -> (N, C)
