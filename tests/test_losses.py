@@ -5,6 +5,7 @@ the brute-force references use Python floats (double precision).
 """
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -193,6 +194,27 @@ def test_candidate_logits_both_code_paths_agree(monkeypatch):
         candidate_logits(hh, ee, cand).pow(2).sum().backward()
         grads.append((hh.grad, ee.grad))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("n_items", [40, 400])  # C = 5: below and above COMPILED_GATHER_RATIO * C = 120
+def test_compiled_loss_matches_eager_loss_and_gradients(n_items):
+    """The trainer's torch.compile'd loss (either scoring form) computes the eager loss and its gradients."""
+    from esasrec.train import _compiled_loss
+
+    assert (n_items + 1 > losses.COMPILED_GATHER_RATIO * 5) == (n_items == 400)
+    h, emb, targets = data(n=9, n_items=n_items, seed=n_items)
+    negatives = torch.randint(1, n_items + 1, (9, 4), generator=torch.Generator().manual_seed(1))
+    results = []
+    for fn in (losses.loss_with_negatives, _compiled_loss()):
+        hh, ee = h.clone().requires_grad_(), emb.clone().requires_grad_()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss = fn("sampled_softmax", hh, ee, targets, negatives)
+        # _compiled_loss falls back to eager with a warning; that would make this test vacuous.
+        assert not [w for w in caught if "torch.compile failed" in str(w.message)]
+        loss.backward()
+        results.append((loss.detach(), hh.grad, ee.grad))
+    torch.testing.assert_close(results[0], results[1])
 
 
 # ------------------------------------------------------------------------------------- sampling
