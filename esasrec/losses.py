@@ -24,8 +24,10 @@ LOSSES = ("sampled_softmax", "bce", "gbce", "softmax")
 GATHER_RATIO = 64
 # Under torch.compile the gather form becomes a fused loop (see candidate_logits), which moves the
 # switch down. Whole training steps on the 2-core CPU, 2 threads: at Beauty's 12,100 items
-# (47 x C) the fused gather took 12.8 s per epoch against 16.9 s for the product; at ML-1M's
-# 3,706 (14 x C) it took 50 s against 43-45 s. We switch between the two, at 24 x C.
+# (47 x C) the fused gather took 12.8 s per epoch against 16.9 s for the eager product
+# (benchmarks/speed_choices.py, rungs 0-1); at ML-1M's 3,706 (14 x C) it was the slower form in
+# both runs of benchmarks/scoring_forms.py, 50 and 58 s against 43-51 s for the product (one
+# timed pass each, so about 10% noise). We switch between the two at 24 x C.
 COMPILED_GATHER_RATIO = 24
 
 

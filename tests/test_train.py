@@ -283,3 +283,13 @@ def test_beats_popular_on_movielens_small():
     print(f"movielens-small LOO NDCG@10: model {ours['ndcg@10']:.4f} (best epoch {rec.best_epoch}), "
           f"popular {pop['ndcg@10']:.4f}; HR@10 {ours['hr@10']:.4f} vs {pop['hr@10']:.4f}")
     assert ours["ndcg@10"] > pop["ndcg@10"]
+
+
+def test_preset_early_stopping_metric_follows_the_paper_on_its_datasets():
+    # The paper's benchmark code stops leave-one-out runs on validation Recall@10; elsewhere NDCG@10.
+    assert preset("esasrec", "beauty", "loo")[1].monitor == "recall@10"
+    assert preset("sasrec-bce", "ml-1m", "loo")[1].monitor == "recall@10"
+    assert preset("esasrec", "beauty", "time")[1].monitor == "ndcg@10"
+    assert preset("esasrec", "movielens-small", "loo")[1].monitor == "ndcg@10"
+    assert preset("esasrec", "my_file.csv", "loo")[1].monitor == "ndcg@10"
+    assert preset("esasrec", "beauty", "loo", monitor="loss")[1].monitor == "loss"  # still overridable
