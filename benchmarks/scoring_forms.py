@@ -16,10 +16,7 @@ ML-1M-shaped random histories (6,040 users, log-normal lengths with median 96, c
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,15 +25,8 @@ import esasrec.losses as losses
 from esasrec.model import SeqRecModel
 from esasrec.presets import preset
 
-HERE = Path(__file__).resolve().parent
+import speed_choices as sc  # this folder is on sys.path when run as a script
 
-
-def _speed_choices():
-    spec = importlib.util.spec_from_file_location("speed_choices", HERE / "speed_choices.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,7 +36,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sc = _speed_choices()
 
     mc, _ = preset("esasrec", "ml-1m")
     mc.n_items = 3706

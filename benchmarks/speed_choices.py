@@ -49,7 +49,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -64,11 +63,11 @@ import esasrec.losses as losses
 from esasrec import __version__ as esasrec_version
 from esasrec.data import load_dataset
 from esasrec.layers import Packing
-from esasrec.model import SeqRecModel, left_to_right
+from esasrec.model import SeqRecModel
 from esasrec.presets import preset
-from esasrec.sequences import IdMap, build_histories
+from esasrec.sequences import IdMap
 from esasrec.split import leave_one_out
-from esasrec.train import _autocast, _compiled_loss, resolve_device
+from esasrec.train import _autocast, _compiled_loss, resolve_device, training_sequences
 
 HERE = Path(__file__).resolve().parent
 
@@ -209,10 +208,8 @@ def beauty_batches(args, max_len: int):
         keep = np.random.default_rng(0).permutation(train["user_id"].unique())[: args.max_users]
         train = train[train["user_id"].isin(keep)]
     items = IdMap(train["item_id"])
-    seqs = build_histories(train, items, max_len + 1).seqs
-    lengths = (seqs != 0).sum(1)
-    keep = lengths >= 2
-    return left_to_right(seqs[keep], lengths[keep]), lengths[keep], len(items)
+    seqs, lengths = training_sequences(train, items, max_len)
+    return seqs, lengths, len(items)
 
 
 def sample_batches(seqs, lengths, batch_size: int, n: int, max_len: int, seed: int = 0):
@@ -274,23 +271,6 @@ def time_variant(v: Variant, mc, init, device, batches, repeats: int) -> list[fl
 
 
 # ------------------------------------------------------------------------------- reporting
-def git_state() -> dict:
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batches", type=int, default=60, help="batches timed per pass (a fixed sample of one epoch)")
@@ -302,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--download", action="store_true")
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
+    from compare_rectools import cpu_model, git_state  # this folder is on sys.path when run as a script
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -339,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.perf_counter() - started,
         "esasrec": esasrec_version, "torch": torch.__version__, "python": platform.python_version(),
-        "git": git_state(), "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
+        "git": git_state(), "cpu": f"{cpu_model()} ({os.cpu_count()} cores)",
         "device": str(device), "threads": args.threads,
         "load_average_start": load_start, "load_average_end": os.getloadavg(),
         "batches_timed": len(batches), "batches_per_epoch": per_epoch, "repeats": args.repeats,

@@ -27,7 +27,7 @@ from esasrec.model import ModelConfig, SeqRecModel, left_to_right
 from esasrec.sequences import Histories, IdMap, build_histories
 from esasrec.split import time_order
 
-__all__ = ["TrainConfig", "SequentialRecommender", "resolve_device"]
+__all__ = ["TrainConfig", "SequentialRecommender", "resolve_device", "training_sequences"]
 
 
 @dataclass
@@ -53,6 +53,15 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def training_sequences(train: pd.DataFrame, items: IdMap, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per user with >= 2 items: their last max_len + 1 train items, right-padded (U, L + 1),
+    and each row's length (U,). A row's items are inputs to the one after them."""
+    seqs = build_histories(train, items, max_len + 1).seqs
+    lengths = (seqs != 0).sum(1)
+    keep = lengths >= 2  # a user needs an input and a target
+    return left_to_right(seqs[keep], lengths[keep]), lengths[keep]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -137,13 +146,8 @@ class SequentialRecommender:
         self.model = SeqRecModel(mc).to(self.device)
         log_q = log_q_from_counts(counts).to(self.device) if mc.logq else None
 
-        # One sequence per user: its last max_len + 1 train items, right-padded, on the device.
-        seqs = build_histories(train, self.items, mc.max_len + 1).seqs
-        lengths = (seqs != 0).sum(1)
-        keep = lengths >= 2  # a user needs an input and a target
-        seqs, lengths = seqs[keep], lengths[keep]
-        seqs = left_to_right(seqs, lengths).to(self.device)  # (U, L + 1)
-        lengths = lengths.to(self.device)
+        seqs, lengths = training_sequences(train, self.items, mc.max_len)
+        seqs, lengths = seqs.to(self.device), lengths.to(self.device)
         if len(seqs) == 0:
             raise DataError("No user has two or more training interactions; nothing to learn from.")
 
